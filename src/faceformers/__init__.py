@@ -1,0 +1,34 @@
+"""faceformers: facial representation models (MCF, FaRL, SegFace, DML-CSR, Part fViT) for Hugging Face transformers.
+
+Importing the package registers every model with the transformers Auto classes, so that
+`AutoModel.from_pretrained("org/mcf-vitb16")` resolves to faceformers classes.
+"""
+
+from .auto import register_auto_classes
+from .models.mcf import (
+    MCFConfig,
+    MCFForPreTraining,
+    MCFForPreTrainingOutput,
+    MCFImageProcessor,
+    MCFImageProcessorPil,
+    MCFModel,
+    MCFModelOutput,
+    MCFPreTrainedModel,
+)
+
+
+__version__ = "0.1.0.dev0"
+
+register_auto_classes()
+
+__all__ = [
+    "MCFConfig",
+    "MCFForPreTraining",
+    "MCFForPreTrainingOutput",
+    "MCFImageProcessor",
+    "MCFImageProcessorPil",
+    "MCFModel",
+    "MCFModelOutput",
+    "MCFPreTrainedModel",
+    "register_auto_classes",
+]

@@ -1,0 +1,16 @@
+"""Registers every faceformers config, model and image processor with the transformers Auto classes."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+
+from .compat import register_image_processor
+from .models.mcf import MCFConfig, MCFForPreTraining, MCFImageProcessor, MCFImageProcessorPil, MCFModel
+
+
+def register_auto_classes() -> None:
+    """Idempotent: safe to call more than once."""
+    AutoConfig.register(MCFConfig.model_type, MCFConfig, exist_ok=True)
+    AutoModel.register(MCFConfig, MCFModel, exist_ok=True)
+    AutoModelForPreTraining.register(MCFConfig, MCFForPreTraining, exist_ok=True)
+    register_image_processor(MCFConfig, MCFImageProcessor, MCFImageProcessorPil)
