@@ -168,6 +168,8 @@ class MCFConfig(PreTrainedConfig):
                 raise ValueError(
                     f"The {prefix}hidden_size ({hidden}) is not a multiple of the {prefix}num_attention_heads ({heads})."
                 )
+            if hidden % 4 != 0:
+                raise ValueError(f"The {prefix}hidden_size ({hidden}) must be divisible by 4 (2-D sin-cos positions).")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"`mask_ratio` must be in [0, 1), got {self.mask_ratio}.")
         if int(self.num_patches * (1 - self.mask_ratio)) < 1:

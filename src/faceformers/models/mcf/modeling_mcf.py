@@ -352,6 +352,19 @@ class MCFPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["MCFEmbeddings", "MCFLayer"]
     _supports_sdpa = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading replaces parameters with fresh ones (requires_grad=True): freeze the fixed ones again.
+        model = super().from_pretrained(*args, **kwargs)
+        model.freeze_fixed_parameters()
+        return model
+
+    def freeze_fixed_parameters(self) -> None:
+        """Set `requires_grad=False` on what MCF never trains: the sin-cos position embeddings."""
+        for module in self.modules():
+            if isinstance(module, (MCFEmbeddings, MCFDecoder)):
+                module.position_embeddings.requires_grad_(False)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """MAE initialisation: xavier-uniform Linear (and patch projection seen as a Linear), normal(0.02) tokens."""
@@ -519,9 +532,14 @@ class MCFForPreTraining(MCFPreTrainedModel):
         self.perceptual_teacher = MCFModel(config.get_perceptual_teacher_config())
         # Set when real teacher weights are loaded; saved with the checkpoint.
         self.register_buffer("has_perceptual_teacher_weights", torch.zeros((), dtype=torch.bool))
+        self.freeze_fixed_parameters()
+        self.post_init()
+
+    def freeze_fixed_parameters(self) -> None:
+        """Also freeze the momentum branch (EMA-updated) and the perceptual teacher."""
+        super().freeze_fixed_parameters()
         for frozen in (self.momentum_encoder, self.momentum_projector, self.perceptual_teacher):
             frozen.requires_grad_(False)
-        self.post_init()
 
     @torch.no_grad()
     def initialize_momentum_branch(self) -> None:
