@@ -293,3 +293,11 @@ def test_golden_outputs_of_a_seeded_tiny_model():
     assert expected.keys() == actual.keys()
     for key in expected:
         torch.testing.assert_close(torch.tensor(actual[key]), torch.tensor(expected[key]), rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_released_defaults():
+    config = MCFConfig()
+    assert config.get_perceptual_layers() == [2, 5, 8, 11]
+    assert (config.hidden_size, config.num_hidden_layers, config.decoder_num_hidden_layers) == (768, 12, 8)
+    assert (config.mask_ratio, config.momentum, config.contrastive_temperature) == (0.75, 0.99, 0.2)
+    assert config.get_perceptual_teacher_config().encoder_kwargs() == config.encoder_kwargs()

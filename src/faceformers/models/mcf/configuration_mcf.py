@@ -58,8 +58,9 @@ class MCFConfig(PreTrainedConfig):
         projection_dim (`int`, *optional*, defaults to 256): output width of projector and predictor.
         contrastive_temperature (`float`, *optional*, defaults to 0.2): temperature of the contrastive loss.
         momentum (`float`, *optional*, defaults to 0.99): EMA coefficient of the momentum encoder.
-        perceptual_layers (`list[int]`, *optional*, defaults to `[2, 5, 8, 11]`): 0-based teacher blocks whose
-            outputs (before the final norm) are compared by the perceptual loss.
+        perceptual_layers (`list[int]`, *optional*): 0-based teacher blocks whose outputs (before the final norm) are
+            compared by the perceptual loss. `None` takes the last block of each quarter of the teacher,
+            `[2, 5, 8, 11]` for the released 12-block ViT-B/16.
         perceptual_loss_weight (`float`, *optional*, defaults to 1000.0): weight of the perceptual loss.
         perceptual_normalization (`str`, *optional*, defaults to `"tokens"`): axis along which teacher features are
             L2-normalised before the MSE. The released code normalises over the token axis (`"tokens"`); `"channels"`
@@ -104,7 +105,7 @@ class MCFConfig(PreTrainedConfig):
         projection_dim: int = 256,
         contrastive_temperature: float = 0.2,
         momentum: float = 0.99,
-        perceptual_layers: list[int] | tuple[int, ...] = (2, 5, 8, 11),
+        perceptual_layers: list[int] | tuple[int, ...] | None = None,
         perceptual_loss_weight: float = 1000.0,
         perceptual_normalization: str = "tokens",
         perceptual_teacher_config: dict[str, Any] | None = None,
@@ -132,7 +133,7 @@ class MCFConfig(PreTrainedConfig):
         self.projection_dim = projection_dim
         self.contrastive_temperature = contrastive_temperature
         self.momentum = momentum
-        self.perceptual_layers = list(perceptual_layers)
+        self.perceptual_layers = list(perceptual_layers) if perceptual_layers is not None else None
         self.perceptual_loss_weight = perceptual_loss_weight
         self.perceptual_normalization = perceptual_normalization
         self.perceptual_teacher_config = dict(perceptual_teacher_config) if perceptual_teacher_config else None
@@ -152,6 +153,13 @@ class MCFConfig(PreTrainedConfig):
         fields = self.encoder_kwargs()
         fields.update(self.perceptual_teacher_config or {})
         return MCFConfig(**fields, perceptual_layers=self.perceptual_layers)
+
+    def get_perceptual_layers(self) -> list[int]:
+        """The teacher blocks compared by the perceptual loss (resolving the `None` default)."""
+        if self.perceptual_layers is not None:
+            return list(self.perceptual_layers)
+        depth = {**self.encoder_kwargs(), **(self.perceptual_teacher_config or {})}["num_hidden_layers"]
+        return sorted({max(0, quarter * depth // 4 - 1) for quarter in range(1, 5)})
 
     def validate_mcf(self) -> None:
         """Raise `ValueError` naming the offending values if the configuration cannot build a model."""
@@ -198,7 +206,7 @@ class MCFConfig(PreTrainedConfig):
                 f"num_attention_heads ({teacher['num_attention_heads']})."
             )
         depth = teacher["num_hidden_layers"]
-        layers = self.perceptual_layers
+        layers = self.get_perceptual_layers()
         if not layers or len(set(layers)) != len(layers) or any(not 0 <= i < depth for i in layers):
             raise ValueError(
                 f"`perceptual_layers` must be distinct block indices in [0, {depth}) of the perceptual teacher, "

@@ -655,7 +655,7 @@ class MCFForPreTraining(MCFPreTrainedModel):
         return F.cross_entropy(logits, labels) * (2 * temperature)
 
     def perceptual_loss(self, predicted_images: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Sum over `config.perceptual_layers` of the MSE between normalised teacher features."""
+        """Sum over the teacher's `config.get_perceptual_layers()` of the MSE between normalised teacher features."""
         with torch.no_grad():
             targets = self.perceptual_features(pixel_values)
         predictions = self.perceptual_features(predicted_images)
@@ -668,7 +668,7 @@ class MCFForPreTraining(MCFPreTrainedModel):
             images = F.interpolate(images, size=(teacher_size, teacher_size), mode="nearest")
         hidden_states = self.perceptual_teacher(images, output_hidden_states=True, return_dict=True).hidden_states
         dim = 1 if self.config.perceptual_normalization == "tokens" else -1
-        return [F.normalize(hidden_states[i + 1], dim=dim) for i in self.config.perceptual_layers]
+        return [F.normalize(hidden_states[i + 1], dim=dim) for i in self.config.get_perceptual_layers()]
 
 
 def gather_across_processes(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
