@@ -417,6 +417,12 @@ class MCFModel(MCFPreTrainedModel):
     ```
     """
 
+    # loading the encoder out of an MCFForPreTraining checkpoint leaves these behind on purpose
+    _keys_to_ignore_on_load_unexpected = [
+        r"^(momentum_encoder|momentum_projector|perceptual_teacher|projector|predictor|decoder)\.",
+        r"^has_perceptual_teacher_weights$",
+    ]
+
     def __init__(self, config: MCFConfig):
         super().__init__(config)
         self.embeddings = MCFEmbeddings(config)
