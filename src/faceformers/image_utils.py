@@ -68,3 +68,10 @@ def _standardize_array(array: np.ndarray, channel_axis_first: bool) -> np.ndarra
         array = array[..., :3]
     array = np.ascontiguousarray(array)
     return np.moveaxis(array, -1, 0).copy() if channel_axis_first else array
+
+
+class StandardizedInputsMixin:
+    """Put first in the bases of an image processor: checks and standardises inputs before either backend sees them."""
+
+    def preprocess(self, images, *args, **kwargs):
+        return super().preprocess(standardize_images(images), *args, **kwargs)

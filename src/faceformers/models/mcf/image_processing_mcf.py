@@ -5,10 +5,24 @@ from __future__ import annotations
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
 from ...compat import TorchvisionBackend
-from ...image_utils import standardize_images
+from ...image_utils import StandardizedInputsMixin
 
 
-class MCFImageProcessor(TorchvisionBackend):
+class MCFImageProcessorDefaults(StandardizedInputsMixin):
+    """The released pre-training transform: `Resize(224)` (bilinear) -> `ToTensor` -> ImageNet `Normalize`."""
+
+    model_input_names = ["pixel_values"]
+    resample = PILImageResampling.BILINEAR
+    size = {"height": 224, "width": 224}
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    do_resize = True
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+
+
+class MCFImageProcessor(MCFImageProcessorDefaults, TorchvisionBackend):
     r"""
     Prepares face crops for [`MCFModel`] and [`MCFForPreTraining`] as the released pre-training did:
     `Resize(224)` (bilinear) -> `ToTensor` -> `Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)`.
@@ -27,19 +41,6 @@ class MCFImageProcessor(TorchvisionBackend):
     torch.Size([1, 3, 224, 224])
     ```
     """
-
-    model_input_names = ["pixel_values"]
-    resample = PILImageResampling.BILINEAR
-    size = {"height": 224, "width": 224}
-    image_mean = IMAGENET_DEFAULT_MEAN
-    image_std = IMAGENET_DEFAULT_STD
-    do_resize = True
-    do_rescale = True
-    do_normalize = True
-    do_convert_rgb = True
-
-    def preprocess(self, images, *args, **kwargs):
-        return super().preprocess(standardize_images(images), *args, **kwargs)
 
 
 __all__ = ["MCFImageProcessor"]
