@@ -447,7 +447,6 @@ class MCFModel(MCFPreTrainedModel):
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> MCFModelOutput | tuple:
         r"""
         Args:
@@ -602,7 +601,6 @@ class MCFForPreTraining(MCFPreTrainedModel):
         noise: torch.Tensor | None = None,
         momentum_noise: torch.Tensor | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> MCFForPreTrainingOutput | tuple:
         r"""
         Args:
