@@ -57,6 +57,9 @@ class MCFConfig(PreTrainedConfig):
         projector_hidden_size (`int`, *optional*, defaults to 4096): hidden width of projector and predictor.
         projection_dim (`int`, *optional*, defaults to 256): output width of projector and predictor.
         contrastive_temperature (`float`, *optional*, defaults to 0.2): temperature of the contrastive loss.
+        sync_batch_norm (`bool`, *optional*, defaults to `False`): compute the BatchNorm statistics of projector and
+            predictor over the global batch of all processes (MoCo-v3 style). The released MCF code uses per-process
+            statistics; with `True`, N processes with batch b train exactly like one process with batch N * b.
         momentum (`float`, *optional*, defaults to 0.99): EMA coefficient of the momentum encoder.
         perceptual_layers (`list[int]`, *optional*): 0-based teacher blocks whose outputs (before the final norm) are
             compared by the perceptual loss. `None` takes the last block of each quarter of the teacher,
@@ -104,6 +107,7 @@ class MCFConfig(PreTrainedConfig):
         projector_hidden_size: int = 4096,
         projection_dim: int = 256,
         contrastive_temperature: float = 0.2,
+        sync_batch_norm: bool = False,
         momentum: float = 0.99,
         perceptual_layers: list[int] | tuple[int, ...] | None = None,
         perceptual_loss_weight: float = 1000.0,
@@ -132,6 +136,7 @@ class MCFConfig(PreTrainedConfig):
         self.projector_hidden_size = projector_hidden_size
         self.projection_dim = projection_dim
         self.contrastive_temperature = contrastive_temperature
+        self.sync_batch_norm = sync_batch_norm
         self.momentum = momentum
         self.perceptual_layers = list(perceptual_layers) if perceptual_layers is not None else None
         self.perceptual_loss_weight = perceptual_loss_weight

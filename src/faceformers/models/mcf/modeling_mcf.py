@@ -289,16 +289,50 @@ class MCFLayer(GradientCheckpointingLayer):
         return hidden_states, weights
 
 
+class MCFBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d that, when `synchronize` is set and several processes train, normalises with the statistics of the
+    global batch (a differentiable all-reduce of sums; works on CPU/gloo, unlike `nn.SyncBatchNorm`)."""
+
+    def __init__(self, num_features: int, affine: bool = True, synchronize: bool = False):
+        super().__init__(num_features, affine=affine)
+        self.synchronize = synchronize
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not (self.synchronize and self.training and distributed and torch.distributed.get_world_size() > 1):
+            return super().forward(features)
+        from torch.distributed.nn.functional import all_reduce
+
+        # (B, C) -> global count, mean and biased variance, in float32
+        stats = torch.cat([features.float().sum(0), features.float().pow(2).sum(0), features.new_full((1,), features.shape[0], dtype=torch.float32)])
+        stats = all_reduce(stats)
+        channels = features.shape[1]
+        count = stats[-1]
+        mean = stats[:channels] / count
+        variance = stats[channels : 2 * channels] / count - mean.pow(2)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            unbiased = variance * count / (count - 1)
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
+        normalized = (features - mean.to(features.dtype)) * torch.rsqrt(variance + self.eps).to(features.dtype)
+        if self.affine:
+            normalized = normalized * self.weight + self.bias
+        return normalized
+
+
 class MCFProjectionHead(nn.Module):
     """MoCo-v3 MLP: Linear -> BatchNorm -> ReLU -> Linear (-> BatchNorm without affine for the projector)."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, last_batch_norm: bool):
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, last_batch_norm: bool, sync_batch_norm: bool = False):
         super().__init__()
         self.linear1 = nn.Linear(input_dim, hidden_dim, bias=False)
-        self.norm1 = nn.BatchNorm1d(hidden_dim)
+        self.norm1 = MCFBatchNorm1d(hidden_dim, synchronize=sync_batch_norm)
         self.activation = nn.ReLU()
         self.linear2 = nn.Linear(hidden_dim, output_dim, bias=False)
-        self.norm2 = nn.BatchNorm1d(output_dim, affine=False) if last_batch_norm else nn.Identity()
+        self.norm2 = (
+            MCFBatchNorm1d(output_dim, affine=False, synchronize=sync_batch_norm) if last_batch_norm else nn.Identity()
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.norm2(self.linear2(self.activation(self.norm1(self.linear1(features)))))
@@ -523,16 +557,17 @@ class MCFForPreTraining(MCFPreTrainedModel):
     def __init__(self, config: MCFConfig):
         super().__init__(config)
         self.mcf = MCFModel(config)
+        sync = config.sync_batch_norm
         self.projector = MCFProjectionHead(
-            config.hidden_size, config.projector_hidden_size, config.projection_dim, last_batch_norm=True
+            config.hidden_size, config.projector_hidden_size, config.projection_dim, last_batch_norm=True, sync_batch_norm=sync
         )
         self.predictor = MCFProjectionHead(
-            config.projection_dim, config.projector_hidden_size, config.projection_dim, last_batch_norm=False
+            config.projection_dim, config.projector_hidden_size, config.projection_dim, last_batch_norm=False, sync_batch_norm=sync
         )
         self.decoder = MCFDecoder(config)
         self.momentum_encoder = MCFModel(config)
         self.momentum_projector = MCFProjectionHead(
-            config.hidden_size, config.projector_hidden_size, config.projection_dim, last_batch_norm=True
+            config.hidden_size, config.projector_hidden_size, config.projection_dim, last_batch_norm=True, sync_batch_norm=sync
         )
         self.perceptual_teacher = MCFModel(config.get_perceptual_teacher_config())
         # Set when real teacher weights are loaded; saved with the checkpoint.
