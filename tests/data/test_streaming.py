@@ -117,3 +117,40 @@ def test_transform_is_a_function_of_the_sample(shards):
     assert a["noise"].shape == (16,) and not torch.equal(a["noise"], a["momentum_noise"])
     record.epoch = 1
     assert not torch.equal(transform(record)["noise"], a["noise"])
+
+
+def test_set_epoch_starts_a_new_shuffle(shards):
+    stream = FaceStream(shards[:1], key_transform, shuffle_buffer=4, seed=0)
+    epoch_1 = take(stream.local_records(), 12)[6:]
+    stream.set_epoch(1)
+    assert keys_of(take(stream.local_records(), 6)) == keys_of(epoch_1) and {r.epoch for r in epoch_1} == {1}
+
+
+def test_parquet_imagefolder_and_dataset_folder_sources(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from faceformers.data.streaming import resolve_dataset_name
+
+    from ..data_utils import encoded_image
+
+    rng = np.random.default_rng(0)
+    images = [encoded_image(rng) for _ in range(6)]
+    (tmp_path / "hub_dataset" / "data").mkdir(parents=True)
+    for part in range(2):
+        table = pa.table({"image": [{"bytes": b, "path": None} for b in images[part * 3 : part * 3 + 3]], "label": [0, 1, 2]})
+        pq.write_table(table, tmp_path / "hub_dataset" / "data" / f"train-{part:05d}-of-00002.parquet")
+    (tmp_path / "folder" / "a").mkdir(parents=True)
+    for index, data in enumerate(images[:4]):
+        (tmp_path / "folder" / "a" / f"{index}.jpg").write_bytes(data)
+
+    transform = MCFPretrainingTransform(32, 8, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    for shards, expected in (
+        (resolve_dataset_name(str(tmp_path / "hub_dataset")), 6),
+        (resolve_train_files([str(tmp_path / "hub_dataset" / "data" / "*.parquet")]), 6),
+        (resolve_train_files([str(tmp_path / "folder")]), 4),
+    ):
+        stream = FaceStream(shards, transform)
+        samples = take(iter(stream), expected)
+        assert all(s["pixel_values"].shape == (3, 32, 32) for s in samples), shards[0].kind
+        assert len({tuple(s["noise"][:3].tolist()) for s in samples}) == expected

@@ -246,6 +246,7 @@ class FaceStream(IterableDataset):
         seed: seeds the shuffle buffers (and is available to the transform through the record key).
         shuffle_buffer: per-shard shuffle buffer size (0 or 1 = shard order).
         start_position: number of positions this process has already consumed (resume).
+        start_epoch: epoch number of the first pass over each shard (`set_epoch` changes it before iterating).
     """
 
     def __init__(
@@ -257,6 +258,7 @@ class FaceStream(IterableDataset):
         seed: int = 0,
         shuffle_buffer: int = 0,
         start_position: int = 0,
+        start_epoch: int = 0,
     ):
         super().__init__()
         if not shards:
@@ -267,7 +269,12 @@ class FaceStream(IterableDataset):
             )
         self.shards, self.transform = list(shards), transform
         self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.shuffle_buffer, self.start_position = shuffle_buffer, start_position
+        self.shuffle_buffer, self.start_position, self.start_epoch = shuffle_buffer, start_position, start_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start every shard's pass at `epoch` (a new shuffle and new augmentations). The stream itself never ends:
+        each shard moves on to its next epoch by itself, so this is only needed to restart at a given epoch."""
+        self.start_epoch = epoch
 
     def check_workers(self, num_workers: int) -> None:
         workers = max(1, num_workers)
@@ -304,7 +311,7 @@ class FaceStream(IterableDataset):
 
     def _open_stream(self, local: int, skip: int) -> Iterator[Record]:
         shard_index = self.rank + self.world_size * local
-        records = stream_records(self.shards[shard_index], shard_index, self.seed, self.shuffle_buffer)
+        records = stream_records(self.shards[shard_index], shard_index, self.seed, self.shuffle_buffer, self.start_epoch)
         for _ in range(skip):  # fast-forward without decoding
             if next(records, None) is None:
                 break
