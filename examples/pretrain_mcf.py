@@ -168,10 +168,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     accelerator.wait_for_everyone()
     output_dir = Path(args.output_dir)
     unwrapped = accelerator.unwrap_model(model)
+    state_dict = accelerator.get_state_dict(model)  # on every process: gathers FSDP shards
     if accelerator.is_main_process:
-        unwrapped.mcf.save_pretrained(output_dir)
+        encoder_state = {key.removeprefix("mcf."): value for key, value in state_dict.items() if key.startswith("mcf.")}
+        unwrapped.mcf.save_pretrained(output_dir, state_dict=encoder_state)
         processor.save_pretrained(output_dir)
-        unwrapped.save_pretrained(output_dir / "pretraining")
+        unwrapped.save_pretrained(output_dir / "pretraining", state_dict=state_dict)
         processor.save_pretrained(output_dir / "pretraining")
         (output_dir / "loss_history.json").write_text(json.dumps(history))
         logger.info("Saved MCFModel to %s and MCFForPreTraining to %s.", output_dir, output_dir / "pretraining")
