@@ -35,6 +35,7 @@ from faceformers.training import (
     parse_arguments,
     push_folder_to_hub,
     setup_logging,
+    wrap_batch_norms_for_fsdp2,
 )
 
 
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # ---- optimizer (lr scaled by the effective batch), schedule stepped per optimizer step
     effective_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     lr = learning_rate(args, effective_batch)
+    wrap_batch_norms_for_fsdp2(accelerator, model)
     optimizer, scheduler = build_optimizer(model, args, lr)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process

@@ -182,6 +182,19 @@ def build_optimizer(model: torch.nn.Module, args: OptimizationArguments, lr: flo
     return optimizer, get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
 
 
+def wrap_batch_norms_for_fsdp2(accelerator, model: torch.nn.Module) -> None:
+    """Under FSDP2 with bf16, give every BatchNorm its own fp32 unit (else: "expected scalar type BFloat16 but found
+    Float", pytorch/torchtitan#674). Call before building the optimizer and `accelerator.prepare`."""
+    if not (getattr(accelerator, "is_fsdp2", False) and accelerator.mixed_precision == "bf16"):
+        return
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32, output_dtype=torch.bfloat16)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            fully_shard(module, mp_policy=policy)
+
+
 def build_batcher(
     shards: list[Shard], transform, accelerator, data_args: DataArguments, batch_size: int, seed: int, position: int
 ) -> Batcher:
