@@ -1,5 +1,7 @@
 """Benchmarks run in tests only as smoke runs (tiny shapes, no timing assertions): they must keep working."""
 
+import pytest
+
 from .script_utils import load_script
 
 
@@ -7,3 +9,50 @@ def test_bench_mcf_tiny_smoke(tmp_path):
     results = load_script("benchmarks/bench_mcf.py").main(["--tiny", "--json", str(tmp_path / "bench.json")])
     assert {(r.image_size, r.precision) for r in results} >= {(32, "fp32")}
     assert (tmp_path / "bench.json").exists()
+
+
+def test_bench_data_tiny_smoke(tmp_path):
+    """Generated tiny shards (no real data): inline and 2 DataLoader workers, and the stage profile."""
+    payload = load_script("benchmarks/bench_data.py").main(["--tiny", "--json", str(tmp_path / "data.json")])
+    assert {(r["setting"], r["image_size"]) for r in payload["results"]} == {
+        ("inline", 64), ("workers", 64), ("inline", 32), ("workers", 32)
+    }
+    assert all(r["images_per_second"] > 0 for r in payload["results"])
+    assert set(payload["stage_profile_us_per_image"]) == {"64", "32"}
+    assert (tmp_path / "data.json").exists()
+
+
+def test_bench_data_skips_without_shards(tmp_path, capsys):
+    assert load_script("benchmarks/bench_data.py").main(["--train_files", str(tmp_path / "none-*.tar")]) is None
+    assert "skipping" in capsys.readouterr().out
+
+
+def test_bench_train_step_tiny_smoke(tmp_path):
+    """Tiny config, one timed step per precision; the FLOP formula equals torch's count (without the recompute)."""
+    payload = load_script("benchmarks/bench_train.py").main(
+        ["--tiny", "--parts", "step", "--device", "cpu", "--json", str(tmp_path / "train.json")]
+    )
+    step = payload["step"]
+    assert [row["precision"] for row in step["results"]] == ["fp32", "bf16"]
+    assert all(row["images_per_second"] > 0 and row["peak_memory_bytes"] > 0 for row in step["results"])
+    counted, formula = step["counted_flops_per_image"]["without_recompute"], step["flops_per_image"]["total"]
+    assert abs(counted - formula) / formula < 1e-3  # only the contrastive logits (B x B) are not in the formula
+    assert (tmp_path / "train.json").exists()
+
+
+def test_bench_train_parses_the_script_log():
+    log = (
+        "08:01:02 INFO pretrain_mcf: step 5  loss 3.1  perceptual_loss 0.002  contrastive_loss 1.2  lr 0.0001  "
+        "images_per_second 41.25\npretrain:  50%|#####     | 5/10\r"
+        "08:01:05 INFO pretrain_mcf: step 10  loss 3  perceptual_loss 0.002  contrastive_loss 1.1  lr 5e-05  "
+        "images_per_second 1.5e+02\n"
+    )
+    assert load_script("benchmarks/bench_train.py").logged_throughputs(log) == [(5, 41.25), (10, 150.0)]
+
+
+@pytest.mark.slow  # three Python start-ups (1 + 2 processes): 15-30 s on 2 cores
+def test_bench_train_scaling_tiny_smoke():
+    """examples/pretrain_mcf.py with 1 and 2 CPU processes (tiny config, synthetic faces)."""
+    scaling = load_script("benchmarks/bench_train.py").main(["--tiny", "--parts", "scaling"])["scaling"]
+    assert scaling["images_per_second"]["1"] > 0 and scaling["images_per_second"]["2"] > 0
+    assert scaling["efficiency"] > 0

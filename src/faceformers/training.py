@@ -152,12 +152,15 @@ def micro_step(accelerator, model, index: int, accumulation_steps: int):
 
 
 def setup_logging(accelerator) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    if not accelerator.is_local_main_process:
-        logging.getLogger().setLevel(logging.WARNING)
+    """INFO on the local main process, WARNING elsewhere; transformers' own logs one level quieter."""
     import transformers
 
-    transformers.utils.logging.set_verbosity_warning() if accelerator.is_local_main_process else transformers.utils.logging.set_verbosity_error()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    if accelerator.is_local_main_process:
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        logging.getLogger().setLevel(logging.WARNING)
+        transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
 
