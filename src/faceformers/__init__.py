@@ -15,6 +15,15 @@ from .models.mcf import (
     MCFModelOutput,
     MCFPreTrainedModel,
 )
+from .models.segface import (
+    SegFaceBackbone,
+    SegFaceConfig,
+    SegFaceForSemanticSegmentation,
+    SegFaceImageProcessor,
+    SegFaceImageProcessorPil,
+    SegFacePreTrainedModel,
+    SegFaceSemanticSegmenterOutput,
+)
 
 
 __version__ = "0.1.0.dev0"
@@ -30,5 +39,12 @@ __all__ = [
     "MCFModel",
     "MCFModelOutput",
     "MCFPreTrainedModel",
+    "SegFaceBackbone",
+    "SegFaceConfig",
+    "SegFaceForSemanticSegmentation",
+    "SegFaceImageProcessor",
+    "SegFaceImageProcessorPil",
+    "SegFacePreTrainedModel",
+    "SegFaceSemanticSegmenterOutput",
     "register_auto_classes",
 ]

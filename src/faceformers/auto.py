@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSemanticSegmentation
 
 from .compat import register_image_processor
 from .models.mcf import MCFConfig, MCFForPreTraining, MCFImageProcessor, MCFImageProcessorPil, MCFModel
+from .models.segface import SegFaceConfig, SegFaceForSemanticSegmentation, SegFaceImageProcessor, SegFaceImageProcessorPil
 
 
 def register_auto_classes() -> None:
@@ -14,3 +15,7 @@ def register_auto_classes() -> None:
     AutoModel.register(MCFConfig, MCFModel, exist_ok=True)
     AutoModelForPreTraining.register(MCFConfig, MCFForPreTraining, exist_ok=True)
     register_image_processor(MCFConfig, MCFImageProcessor, MCFImageProcessorPil)
+
+    AutoConfig.register(SegFaceConfig.model_type, SegFaceConfig, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(SegFaceConfig, SegFaceForSemanticSegmentation, exist_ok=True)
+    register_image_processor(SegFaceConfig, SegFaceImageProcessor, SegFaceImageProcessorPil)
