@@ -259,11 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     accelerator.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
 
     checkpoints = CheckpointManager(args.output_dir, args.checkpoints_total_limit)
-    step, position = 0, 0
-    if args.resume_from_checkpoint:
-        path = checkpoints.resolve(args.resume_from_checkpoint)
-        step, position = checkpoints.load(accelerator, path)
-        logger.info("Resumed from %s at step %d (data position %d).", path, step, position)
+    step, position = checkpoints.resume(accelerator, args.resume_from_checkpoint)
     batcher = build_batcher(shards, transform, accelerator, data_args, args.per_device_train_batch_size, args.seed, position)
 
     effective_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps

@@ -262,6 +262,15 @@ class CheckpointManager:
         accelerator.wait_for_everyone()
         return final
 
+    def resume(self, accelerator, resume_from_checkpoint: str | None) -> tuple[int, int]:
+        """(step, data position) to start from: (0, 0), or restored from a checkpoint folder or 'latest'."""
+        if not resume_from_checkpoint:
+            return 0, 0
+        path = self.resolve(resume_from_checkpoint)
+        step, position = self.load(accelerator, path)
+        logger.info("Resumed from %s at step %d (data position %d).", path, step, position)
+        return step, position
+
     def load(self, accelerator, path: Path) -> tuple[int, int]:
         """Restore model/optimizer/schedule/RNG states; returns (step, this process's data position)."""
         accelerator.load_state(str(path))
