@@ -20,12 +20,12 @@ def spawn(argv: list[str], world_size: int, log_dir: Path) -> list[subprocess.Po
     store = Path(tempfile.mkdtemp()) / "store"
     processes = []
     for rank in range(world_size):
-        env = {
-            **os.environ,
-            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_WORLD_SIZE": str(world_size),
-            "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
-            "INIT_METHOD": f"file://{store}",
-        }
+        env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+        if world_size > 1:  # a single process gets no rank variables, or accelerate would open a TCP store
+            env.update(
+                RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size),
+                MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", INIT_METHOD=f"file://{store}",
+            )
         log = open(log_dir / f"rank{rank}.log", "w")
         command = [sys.executable, __file__, *argv] if world_size > 1 else [sys.executable, *argv]
         processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
