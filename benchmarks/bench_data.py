@@ -414,11 +414,11 @@ def stage_profile(shards: list[Shard], image_size: int, args: argparse.Namespace
     )
     stages["np.array (HWC uint8)"], arrays = best_per_item(np.array, resized, repeats)
     scale, shift = transform.scale, transform.shift
-    stages["to float + normalise (as in the transform)"], pixels = best_per_item(
-        lambda a: torch.from_numpy(a).permute(2, 0, 1).float().mul_(scale).sub_(shift), arrays, repeats
-    )
-    stages["alt: contiguous() before float + normalise"], _ = best_per_item(
+    stages["contiguous CHW + float + normalise (as in the transform)"], pixels = best_per_item(
         lambda a: torch.from_numpy(a).permute(2, 0, 1).contiguous().float().mul_(scale).sub_(shift), arrays, repeats
+    )
+    stages["alt: float + normalise of the permuted view (before 2c847f8)"], _ = best_per_item(
+        lambda a: torch.from_numpy(a).permute(2, 0, 1).float().mul_(scale).sub_(shift), arrays, repeats
     )
     stages["alt: contiguous uint8 (no float, no normalise)"], uint8 = best_per_item(
         lambda a: torch.from_numpy(a).permute(2, 0, 1).contiguous(), arrays, repeats

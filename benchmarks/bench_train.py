@@ -118,6 +118,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--check_flops", action="store_true", help="compare the FLOP formula with torch's counter")
     parser.add_argument("--train_files", nargs="+", default=[DEFAULT_TRAIN_FILES],
                         help="scaling part: shards (default: the real CelebA-HQ shards; synthetic faces if absent)")
+    parser.add_argument("--scaling_config", choices=tuple(CONFIGS), help="scaling part (default: small)")
     parser.add_argument("--scaling_global_batch", type=int, default=32, help="global batch B (default: 32)")
     parser.add_argument("--scaling_steps", type=int, default=25, help="optimizer steps per run (default: 25)")
     parser.add_argument("--scaling_logging_steps", type=int, default=5, help="steps per logged window (default: 5)")
@@ -138,12 +139,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     cuda = args.device == "cuda"
     if args.tiny:
         args.check_flops = True
-        defaults = {"config": "tiny", "batch_size": 8, "warmup_steps": 1, "steps_per_repeat": 1, "repeats": 1,
-                    "scaling_global_batch": 8, "scaling_steps": 4, "scaling_logging_steps": 2, "scaling_repeats": 1}
+        defaults = {"config": "tiny", "scaling_config": "tiny", "batch_size": 8, "warmup_steps": 1,
+                    "steps_per_repeat": 1, "repeats": 1, "scaling_global_batch": 8, "scaling_steps": 4,
+                    "scaling_logging_steps": 2, "scaling_repeats": 1}
         for name, value in defaults.items():
             if getattr(args, name) in (None, parser.get_default(name)):
                 setattr(args, name, value)
     args.config = args.config or ("base" if cuda else "small")
+    args.scaling_config = args.scaling_config or "small"  # CPU processes: never ViT-B by default
     args.batch_size = args.batch_size or (64 if cuda else 32)
     args.precisions = args.precisions or (["bf16"] if cuda else list(PRECISIONS))
     args.warmup_steps = (5 if cuda else 2) if args.warmup_steps is None else args.warmup_steps
@@ -400,7 +403,7 @@ def run_training(world_size: int, threads: int, per_process_batch: int, args: ar
     run_dir = Path(tempfile.mkdtemp(dir=work_dir))
     argv = [
         "benchmarks/bench_train.py", RUN_SCRIPT, str(threads), "examples/pretrain_mcf.py",
-        "--output_dir", str(run_dir / "output"), "--config_overrides", config_overrides(args.config),
+        "--output_dir", str(run_dir / "output"), "--config_overrides", config_overrides(args.scaling_config),
         "--random_teacher", "--cpu", "--seed", str(args.seed), "--max_steps", str(args.scaling_steps),
         "--logging_steps", str(args.scaling_logging_steps), "--per_device_train_batch_size", str(per_process_batch),
         "--learning_rate", "1e-4", "--dataloader_num_workers", str(args.scaling_workers),
@@ -450,7 +453,7 @@ def run_scaling_part(args: argparse.Namespace) -> dict[str, Any]:
     two = statistics.median(run["images_per_second"] for run in runs[2])
     paired = [b["images_per_second"] / a["images_per_second"] for a, b in zip(runs[1], runs[2])]
     return {
-        "config": args.config, "data": data_name, "global_batch": batch, "steps": args.scaling_steps,
+        "config": args.scaling_config, "data": data_name, "global_batch": batch, "steps": args.scaling_steps,
         "logging_steps": args.scaling_logging_steps, "dataloader_workers": args.scaling_workers,
         "mixed_precision": args.scaling_mixed_precision,
         "images_per_second": {"1": one, "2": two}, "efficiency": two / one,
