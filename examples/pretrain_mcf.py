@@ -26,6 +26,7 @@ from faceformers.training import (
     DataArguments,
     OptimizationArguments,
     Throughput,
+    apply_config_overrides,
     build_accelerator,
     build_batcher,
     build_optimizer,
@@ -60,28 +61,12 @@ class ModelArguments:
     )
 
 
-def apply_overrides(config: MCFConfig, overrides: str | None) -> MCFConfig:
-    """'a=1,b=x' -> a new validated config; values are parsed as JSON when possible (ints, floats, lists)."""
-    if not overrides:
-        return config
-    fields = config.to_dict()
-    for item in overrides.split(","):
-        name, separator, value = item.partition("=")
-        if not separator or not hasattr(config, name.strip()):
-            raise ValueError(f"Invalid --config_overrides item {item!r}: expected name=value with a known config field.")
-        try:
-            fields[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[name.strip()] = value
-    return MCFConfig(**fields)
-
-
 def build_model(args: ModelArguments) -> MCFForPreTraining:
     if args.model_name_or_path:
         model = MCFForPreTraining.from_pretrained(args.model_name_or_path)
     else:
         config = MCFConfig.from_json_file(args.config_name) if args.config_name else MCFConfig()
-        model = MCFForPreTraining(apply_overrides(config, args.config_overrides))
+        model = MCFForPreTraining(apply_config_overrides(config, args.config_overrides))
     if args.teacher_name_or_path:
         model.load_perceptual_teacher(MCFModel.from_pretrained(args.teacher_name_or_path).state_dict())
     elif not bool(model.has_perceptual_teacher_weights):

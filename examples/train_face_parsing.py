@@ -40,6 +40,7 @@ from faceformers.training import (
     DataArguments,
     OptimizationArguments,
     Throughput,
+    apply_config_overrides,
     build_accelerator,
     build_batcher,
     check_finite,
@@ -120,39 +121,6 @@ class FaceParsingOptimizationArguments(OptimizationArguments):
     adam_beta2: float = 0.999
 
 
-def split_overrides(overrides: str) -> list[str]:
-    """'a=1,b=[1,2],c={"x": 1}' -> ['a=1', 'b=[1,2]', 'c={"x": 1}']: commas inside brackets stay."""
-    items, depth, current = [], 0, ""
-    for character in overrides:
-        if character in "[{(":
-            depth += 1
-        elif character in "]})":
-            depth -= 1
-        if character == "," and depth == 0:
-            items.append(current)
-            current = ""
-        else:
-            current += character
-    return items + [current] if current else items
-
-
-def apply_overrides(config, overrides: str | None):
-    """'a=1,b=x' -> a new validated config of the same class; values are parsed as JSON when possible."""
-    if not overrides:
-        return config
-    fields = config.to_dict()
-    for item in split_overrides(overrides):
-        name, separator, value = item.partition("=")
-        name = name.strip()
-        if not separator or not hasattr(config, name):
-            raise ValueError(f"Invalid --config_overrides item {item!r}: expected name=value with a known config field.")
-        try:
-            fields[name] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[name] = value
-    return type(config).from_dict(fields)
-
-
 def backbone_config(backbone: str) -> dict:
     if backbone.lstrip().startswith("{"):
         return json.loads(backbone)
@@ -176,7 +144,7 @@ def build_model(args: ModelArguments):
             config = AutoConfig.from_pretrained(args.config_name)
         else:
             config = SegFaceConfig.for_dataset(args.dataset_preset or "celebamask_hq", backbone_config(args.backbone), args.image_size)
-        model = AutoModelForSemanticSegmentation.from_config(apply_overrides(config, args.config_overrides))
+        model = AutoModelForSemanticSegmentation.from_config(apply_config_overrides(config, args.config_overrides))
     size = getattr(model.config, "image_size", args.image_size)
     return model, SegFaceImageProcessor(size={"height": size, "width": size}, num_labels=model.config.num_labels)
 

@@ -131,6 +131,39 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tu
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def _split_overrides(overrides: str) -> list[str]:
+    """'a=1,b=[1,2],c={"x": 1}' -> ['a=1', 'b=[1,2]', 'c={"x": 1}']: commas inside brackets stay."""
+    items, depth, current = [], 0, ""
+    for character in overrides:
+        if character in "[{(":
+            depth += 1
+        elif character in "]})":
+            depth -= 1
+        if character == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += character
+    return items + [current] if current else items
+
+
+def apply_config_overrides(config, overrides: str | None):
+    """'a=1,b=x' -> a new validated config of the same class; values are parsed as JSON when possible."""
+    if not overrides:
+        return config
+    fields = config.to_dict()
+    for item in _split_overrides(overrides):
+        name, separator, value = item.partition("=")
+        name = name.strip()
+        if not separator or not hasattr(config, name):
+            raise ValueError(f"Invalid --config_overrides item {item!r}: expected name=value with a known config field.")
+        try:
+            fields[name] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[name] = value
+    return type(config).from_dict(fields)
+
+
 def build_accelerator(args: OptimizationArguments):
     """An `Accelerator` for this run. Gradient accumulation is explicit in the scripts (see `micro_step`)."""
     from accelerate import Accelerator
