@@ -14,6 +14,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
+from ...distributed import gather_across_processes
 from .configuration_mcf import MCFConfig
 
 
@@ -708,18 +709,6 @@ class MCFForPreTraining(MCFPreTrainedModel):
         hidden_states = self.perceptual_teacher(images, output_hidden_states=True, return_dict=True).hidden_states
         dim = 1 if self.config.perceptual_normalization == "tokens" else -1
         return [F.normalize(hidden_states[i + 1], dim=dim) for i in self.config.get_perceptual_layers()]
-
-
-def gather_across_processes(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Concatenate `tensor` from every process (no gradient); returns it with this process's row offset."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return tensor, 0
-    world_size = torch.distributed.get_world_size()
-    if world_size == 1:
-        return tensor, 0
-    gathered = [torch.empty_like(tensor) for _ in range(world_size)]
-    torch.distributed.all_gather(gathered, tensor.detach().contiguous())
-    return torch.cat(gathered, dim=0), tensor.shape[0] * torch.distributed.get_rank()
 
 
 __all__ = ["MCFModel", "MCFForPreTraining", "MCFPreTrainedModel"]
