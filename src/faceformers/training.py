@@ -73,7 +73,9 @@ class OptimizationArguments:
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Batch per process and micro-step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
     max_steps: int = field(default=1000, metadata={"help": "Optimizer steps to train (streams have no epochs)."})
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps, then cosine decay to 0."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps, then cosine decay."})
+    warmup_start_learning_rate: float = field(default=0.0, metadata={"help": "lr at step 0 of the warm-up."})
+    min_learning_rate: float = field(default=0.0, metadata={"help": "lr the cosine decay ends at."})
     base_learning_rate: float = field(default=1.5e-4, metadata={"help": "lr = base_lr * effective_batch / 256."})
     learning_rate: float | None = field(default=None, metadata={"help": "Absolute lr; overrides --base_learning_rate."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases and norms)."})
@@ -102,6 +104,11 @@ class OptimizationArguments:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name} must be positive, got {value}.")
+        if self.warmup_start_learning_rate < 0 or self.min_learning_rate < 0:
+            raise ValueError(
+                f"--warmup_start_learning_rate ({self.warmup_start_learning_rate}) and --min_learning_rate "
+                f"({self.min_learning_rate}) must be >= 0."
+            )
         if self.weight_decay < 0 or not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
             raise ValueError(
                 f"Invalid optimizer settings: weight_decay={self.weight_decay}, betas=({self.adam_beta1}, {self.adam_beta2})."
@@ -148,19 +155,21 @@ def _split_overrides(overrides: str) -> list[str]:
 
 
 def apply_config_overrides(config, overrides: str | None):
-    """'a=1,b=x' -> a new validated config of the same class; values are parsed as JSON when possible."""
+    """'a=1,b=x,vision_config.hidden_size=64' -> a new validated config of the same class; values are parsed as JSON
+    when possible, and a dotted name sets a field of a sub-config."""
     if not overrides:
         return config
     fields = config.to_dict()
     for item in _split_overrides(overrides):
         name, separator, value = item.partition("=")
-        name = name.strip()
-        if not separator or not hasattr(config, name):
+        head, _, sub_field = name.strip().partition(".")
+        if not separator or not hasattr(config, head) or (sub_field and not isinstance(fields.get(head), dict)):
             raise ValueError(f"Invalid --config_overrides item {item!r}: expected name=value with a known config field.")
+        target = fields[head] if sub_field else fields
         try:
-            fields[name] = json.loads(value)
+            target[sub_field or head] = json.loads(value)
         except json.JSONDecodeError:
-            fields[name] = value
+            target[sub_field or head] = value
     return type(config).from_dict(fields)
 
 
@@ -211,11 +220,18 @@ def learning_rate(args: OptimizationArguments, effective_batch_size: int) -> flo
 
 
 def build_optimizer(model: torch.nn.Module, args: OptimizationArguments, lr: float):
-    """AdamW over `parameter_groups` and a per-optimizer-step schedule: linear warm-up, then cosine to 0."""
-    from transformers import get_cosine_schedule_with_warmup
-
+    """AdamW over `parameter_groups` and a per-optimizer-step schedule: linear warm-up from
+    `warmup_start_learning_rate` to `lr`, then cosine decay to `min_learning_rate` at `max_steps`."""
     optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=lr, betas=(args.adam_beta1, args.adam_beta2))
-    return optimizer, get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    start, end = args.warmup_start_learning_rate / lr, args.min_learning_rate / lr
+
+    def factor(step: int) -> float:
+        if step < args.warmup_steps:
+            return start + (1 - start) * step / args.warmup_steps
+        progress = (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps)
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def wrap_batch_norms_for_fsdp2(accelerator, model: torch.nn.Module) -> None:

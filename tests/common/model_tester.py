@@ -30,7 +30,8 @@ class ModelTesterMixin:
 
     def test_model_is_small(self):
         config = self.model_tester.get_config()
-        assert config.num_hidden_layers <= 2
+        for sub_config in [config, *(getattr(config, key) for key in config.sub_configs)]:
+            assert getattr(sub_config, "num_hidden_layers", 0) <= 2
         for model_class in self.model_tester.all_model_classes:
             num_params = sum(p.numel() for p in self.build(model_class).parameters())
             assert num_params < 1_000_000, f"{model_class.__name__} has {num_params} parameters; keep tests tiny"
