@@ -5,6 +5,20 @@ Importing the package registers every model with the transformers Auto classes, 
 """
 
 from .auto import register_auto_classes
+from .models.farl import (
+    BlockMaskGenerator,
+    FaRLConfig,
+    FaRLForPreTraining,
+    FaRLForPreTrainingOutput,
+    FaRLImageProcessor,
+    FaRLImageProcessorPil,
+    FaRLModel,
+    FaRLOutput,
+    FaRLPreTrainedModel,
+    FaRLProcessor,
+    FaRLTokenizer,
+    build_farl_tokenizer,
+)
 from .models.mcf import (
     MCFConfig,
     MCFForPreTraining,
@@ -31,6 +45,17 @@ __version__ = "0.1.0.dev0"
 register_auto_classes()
 
 __all__ = [
+    "BlockMaskGenerator",
+    "FaRLConfig",
+    "FaRLForPreTraining",
+    "FaRLForPreTrainingOutput",
+    "FaRLImageProcessor",
+    "FaRLImageProcessorPil",
+    "FaRLModel",
+    "FaRLOutput",
+    "FaRLPreTrainedModel",
+    "FaRLProcessor",
+    "FaRLTokenizer",
     "MCFConfig",
     "MCFForPreTraining",
     "MCFForPreTrainingOutput",
@@ -46,5 +71,6 @@ __all__ = [
     "SegFaceImageProcessorPil",
     "SegFacePreTrainedModel",
     "SegFaceSemanticSegmenterOutput",
+    "build_farl_tokenizer",
     "register_auto_classes",
 ]

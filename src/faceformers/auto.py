@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSemanticSegmentation
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForSemanticSegmentation,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+    AutoTokenizer,
+)
 
 from .compat import register_image_processor
+from .models.farl import (
+    FaRLConfig,
+    FaRLForPreTraining,
+    FaRLImageProcessor,
+    FaRLImageProcessorPil,
+    FaRLModel,
+    FaRLProcessor,
+    FaRLTokenizer,
+)
 from .models.mcf import MCFConfig, MCFForPreTraining, MCFImageProcessor, MCFImageProcessorPil, MCFModel
 from .models.segface import SegFaceConfig, SegFaceForSemanticSegmentation, SegFaceImageProcessor, SegFaceImageProcessorPil
 
@@ -15,6 +32,14 @@ def register_auto_classes() -> None:
     AutoModel.register(MCFConfig, MCFModel, exist_ok=True)
     AutoModelForPreTraining.register(MCFConfig, MCFForPreTraining, exist_ok=True)
     register_image_processor(MCFConfig, MCFImageProcessor, MCFImageProcessorPil)
+
+    AutoConfig.register(FaRLConfig.model_type, FaRLConfig, exist_ok=True)
+    AutoModel.register(FaRLConfig, FaRLModel, exist_ok=True)
+    AutoModelForZeroShotImageClassification.register(FaRLConfig, FaRLModel, exist_ok=True)
+    AutoModelForPreTraining.register(FaRLConfig, FaRLForPreTraining, exist_ok=True)
+    register_image_processor(FaRLConfig, FaRLImageProcessor, FaRLImageProcessorPil)
+    AutoTokenizer.register(FaRLConfig, tokenizer_class=FaRLTokenizer, exist_ok=True)
+    AutoProcessor.register(FaRLConfig, FaRLProcessor, exist_ok=True)
 
     AutoConfig.register(SegFaceConfig.model_type, SegFaceConfig, exist_ok=True)
     AutoModelForSemanticSegmentation.register(SegFaceConfig, SegFaceForSemanticSegmentation, exist_ok=True)

@@ -18,3 +18,15 @@ def gather_across_processes(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     gathered = [torch.empty_like(tensor) for _ in range(world_size)]
     torch.distributed.all_gather(gathered, tensor.detach().contiguous())
     return torch.cat(gathered, dim=0), tensor.shape[0] * torch.distributed.get_rank()
+
+
+def gather_with_gradient(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Like `gather_across_processes`, but differentiable: the gradient that any process computes for a row flows
+    back to the process that owns it (summed over processes). Returns the gathered rows and this process's offset."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return tensor, 0
+    if torch.distributed.get_world_size() == 1:
+        return tensor, 0
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0), tensor.shape[0] * torch.distributed.get_rank()
