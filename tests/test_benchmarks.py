@@ -11,6 +11,12 @@ def test_bench_mcf_tiny_smoke(tmp_path):
     assert (tmp_path / "bench.json").exists()
 
 
+def test_bench_farl_tiny_smoke(tmp_path):
+    results = load_script("benchmarks/bench_farl.py").main(["--tiny", "--repeats", "2", "--json", str(tmp_path / "farl.json")])
+    assert [r.precision for r in results] == ["fp32", "bf16"] and all(r.ratio > 0 for r in results)
+    assert (tmp_path / "farl.json").exists()
+
+
 def test_bench_data_tiny_smoke(tmp_path):
     """Generated tiny shards (no real data): inline, 2 DataLoader workers, the prototypes and the stage profile."""
     argv = ["--tiny", "--what_if", "--json", str(tmp_path / "data.json")]
