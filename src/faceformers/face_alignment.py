@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -40,6 +41,16 @@ FACE_TEMPLATE_5_PIXELS_512 = (
     (256.0, 286.0),
     (220.0, 360.4),
     (292.0, 360.4),
+)
+
+# The ArcFace / insightface five-point template of a 112 x 112 face-recognition crop (same point order), used by Part
+# fViT and LAFS (their IJB script writes it for a 96 x 112 crop and adds 8 to x).
+ARCFACE_TEMPLATE_5_PIXELS_112 = (
+    (38.2946, 51.6963),
+    (73.5318, 51.5014),
+    (56.0252, 71.7366),
+    (41.5493, 92.3655),
+    (70.7299, 92.2041),
 )
 
 _ARCTANH_EPS = 1e-3  # facer's `_safe_arctanh` clamps to [-1 + eps, 1 - eps] before arctanh
@@ -293,3 +304,72 @@ __all__ = [
     "make_tanh_warp_grid",
     "tanh_warp_points",
 ]
+
+
+def landmarks_to_tensor(landmarks, num_images: int) -> torch.Tensor:
+    """`(num_images, 5, 2)` float32 copy of five-point landmarks (array-like, one `(5, 2)` per image), validated."""
+    if landmarks is None:
+        raise ValueError(
+            "do_align=True needs landmarks: five (x, y) points per image (eyes, nose tip, mouth corners) in pixels "
+            "of the original image, e.g. from a face detector such as YuNet or RetinaFace."
+        )
+    if isinstance(landmarks, (list, tuple)) and any(
+        isinstance(item, (np.ndarray, torch.Tensor)) for item in landmarks
+    ):
+        landmarks = np.stack([np.asarray(torch.as_tensor(item).detach().cpu()) for item in landmarks])
+    elif isinstance(landmarks, torch.Tensor):
+        landmarks = landmarks.detach().cpu().numpy()
+    try:
+        array = np.array(landmarks, dtype=np.float32)  # a copy: the caller's landmarks are never touched
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"Could not read landmarks as an array of (x, y) points: {error}") from error
+    if array.shape == (5, 2):
+        array = array[None]
+    if array.shape != (num_images, 5, 2):
+        raise ValueError(
+            f"Expected landmarks of shape (5, 2) per image, i.e. ({num_images}, 5, 2) for {num_images} image(s); "
+            f"got {array.shape}."
+        )
+    if not np.isfinite(array).all():
+        raise ValueError("Landmarks contain NaN or infinite values.")
+    return torch.from_numpy(array)
+
+
+def check_align_matrices(matrices: torch.Tensor, landmarks: torch.Tensor) -> None:
+    """Refuse alignment matrices that are not finite or collapse the face (coincident landmarks)."""
+    scales = matrices[:, :2, :2].det().abs()
+    bad = (~torch.isfinite(matrices).all(dim=(1, 2))) | (scales < 1e-12)
+    if bad.any():
+        index = int(bad.nonzero()[0])
+        raise ValueError(
+            f"The landmarks of image {index} are degenerate (all points coincide): {landmarks[index].tolist()}."
+        )
+
+
+def arcface_align_matrix(landmarks: torch.Tensor, image_size: int = 112) -> torch.Tensor:
+    """Similarity mapping five landmarks `(batch_size, 5, 2)` onto the ArcFace template of an `image_size` square crop
+    (the 112-pixel template scaled by `image_size / 112`); `(batch_size, 3, 3)` matrices."""
+    if landmarks.ndim != 3 or landmarks.shape[-2:] != (5, 2):
+        raise ValueError(f"Expected landmarks of shape (batch_size, 5, 2); got {tuple(landmarks.shape)}.")
+    template = torch.tensor(ARCFACE_TEMPLATE_5_PIXELS_112, dtype=landmarks.dtype, device=landmarks.device)
+    return get_similarity_transform_matrix(landmarks, template * (image_size / 112.0))
+
+
+def make_affine_warp_grid(matrix: torch.Tensor, warped_shape: Sequence[int], original_shape: Sequence[int]) -> torch.Tensor:
+    """`grid_sample` grid (`align_corners=False`) of the affine warp `matrix` (original -> warped pixels), with
+    OpenCV's `warpAffine` convention: output pixel `(x, y)` samples the original at `matrix^-1 @ (x, y, 1)`, pixel
+    centres at integer coordinates. `(batch_size, height, width, 2)`."""
+    height, width = _shape(warped_shape, "warped_shape")
+    source_height, source_width = _shape(original_shape, "original_shape")
+    compute = torch.float64 if matrix.dtype == torch.float64 else torch.float32
+    inverse = torch.linalg.inv(matrix.to(compute))  # (B, 3, 3)
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=compute, device=matrix.device),
+        torch.arange(width, dtype=compute, device=matrix.device),
+        indexing="ij",
+    )
+    points = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3)  # (1, h*w, 3)
+    source = (points @ inverse.transpose(1, 2))[..., :2]  # (B, h*w, 2) original pixel coordinates
+    scale = torch.tensor([source_width, source_height], dtype=compute, device=matrix.device)
+    grid = (source + 0.5) / scale * 2 - 1  # integer pixel centres -> align_corners=False coordinates
+    return grid.reshape(-1, height, width, 2).to(matrix.dtype)

@@ -22,7 +22,13 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import logging
 
 from ...compat import TorchvisionBackend
-from ...face_alignment import get_face_align_matrix, make_inverted_tanh_warp_grid, make_tanh_warp_grid
+from ...face_alignment import (
+    check_align_matrices,
+    get_face_align_matrix,
+    landmarks_to_tensor,
+    make_inverted_tanh_warp_grid,
+    make_tanh_warp_grid,
+)
 from ...image_utils import StandardizedInputsMixin
 
 
@@ -166,9 +172,9 @@ class SegFaceImageProcessorDefaults(StandardizedInputsMixin):
         if not 0 <= warp_factor <= 1:
             raise ValueError(f"Expected warp_factor in [0, 1]; got {warp_factor}.")
         warped_shape = (size.height, size.width)
-        landmarks = _landmarks_to_tensor(landmarks, len(images))
+        landmarks = landmarks_to_tensor(landmarks, len(images))
         matrices = get_face_align_matrix(landmarks, warped_shape, float(kwargs["face_scale"]))  # (B, 3, 3)
-        _check_matrices(matrices, landmarks)
+        check_align_matrices(matrices, landmarks)
 
         kwargs.update(do_resize=False, do_center_crop=False, do_pad=False)
         normalized = self._preprocess(images, return_tensors=None, **kwargs)["pixel_values"]
@@ -414,45 +420,6 @@ def _segmentation_map_to_array(segmentation_map, index: int) -> np.ndarray:
 def _describe(values: np.ndarray, limit: int = 10) -> str:
     shown = ", ".join(str(int(value)) for value in values[:limit])
     return f"[{shown}{', ...' if len(values) > limit else ''}]"
-
-
-def _landmarks_to_tensor(landmarks, num_images: int) -> torch.Tensor:
-    """`(num_images, 5, 2)` float32 copy of the landmarks, validated."""
-    if landmarks is None:
-        raise ValueError(
-            "do_align=True needs landmarks: five (x, y) points per image (eyes, nose tip, mouth corners) in pixels "
-            "of the original image, e.g. from a face detector such as YuNet or RetinaFace."
-        )
-    if isinstance(landmarks, (list, tuple)) and any(
-        isinstance(item, (np.ndarray, torch.Tensor)) for item in landmarks
-    ):
-        landmarks = np.stack([np.asarray(torch.as_tensor(item).detach().cpu()) for item in landmarks])
-    elif isinstance(landmarks, torch.Tensor):
-        landmarks = landmarks.detach().cpu().numpy()
-    try:
-        array = np.array(landmarks, dtype=np.float32)  # a copy: the caller's landmarks are never touched
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"Could not read landmarks as an array of (x, y) points: {error}") from error
-    if array.shape == (5, 2):
-        array = array[None]
-    if array.shape != (num_images, 5, 2):
-        raise ValueError(
-            f"Expected landmarks of shape (5, 2) per image, i.e. ({num_images}, 5, 2) for {num_images} image(s); "
-            f"got {array.shape}."
-        )
-    if not np.isfinite(array).all():
-        raise ValueError("Landmarks contain NaN or infinite values.")
-    return torch.from_numpy(array)
-
-
-def _check_matrices(matrices: torch.Tensor, landmarks: torch.Tensor) -> None:
-    scales = matrices[:, :2, :2].det().abs()
-    bad = (~torch.isfinite(matrices).all(dim=(1, 2))) | (scales < 1e-12)
-    if bad.any():
-        index = int(bad.nonzero()[0])
-        raise ValueError(
-            f"The landmarks of image {index} are degenerate (all points coincide): {landmarks[index].tolist()}."
-        )
 
 
 def _stack_matrices(face_align_matrix) -> torch.Tensor:
