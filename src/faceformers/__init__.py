@@ -29,6 +29,15 @@ from .models.mcf import (
     MCFModelOutput,
     MCFPreTrainedModel,
 )
+from .models.part_fvit import (
+    PartFViTConfig,
+    PartFViTFaceRecognitionOutput,
+    PartFViTForFaceRecognition,
+    PartFViTImageProcessor,
+    PartFViTModel,
+    PartFViTModelOutput,
+    PartFViTPreTrainedModel,
+)
 from .models.segface import (
     SegFaceBackbone,
     SegFaceConfig,
@@ -64,6 +73,13 @@ __all__ = [
     "MCFModel",
     "MCFModelOutput",
     "MCFPreTrainedModel",
+    "PartFViTConfig",
+    "PartFViTFaceRecognitionOutput",
+    "PartFViTForFaceRecognition",
+    "PartFViTImageProcessor",
+    "PartFViTModel",
+    "PartFViTModelOutput",
+    "PartFViTPreTrainedModel",
     "SegFaceBackbone",
     "SegFaceConfig",
     "SegFaceForSemanticSegmentation",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForImageClassification,
     AutoModelForPreTraining,
     AutoModelForSemanticSegmentation,
     AutoModelForZeroShotImageClassification,
@@ -23,6 +24,7 @@ from .models.farl import (
     FaRLTokenizer,
 )
 from .models.mcf import MCFConfig, MCFForPreTraining, MCFImageProcessor, MCFImageProcessorPil, MCFModel
+from .models.part_fvit import PartFViTConfig, PartFViTForFaceRecognition, PartFViTImageProcessor, PartFViTModel
 from .models.segface import SegFaceConfig, SegFaceForSemanticSegmentation, SegFaceImageProcessor, SegFaceImageProcessorPil
 
 
@@ -40,6 +42,12 @@ def register_auto_classes() -> None:
     register_image_processor(FaRLConfig, FaRLImageProcessor, FaRLImageProcessorPil)
     AutoTokenizer.register(FaRLConfig, tokenizer_class=FaRLTokenizer, exist_ok=True)
     AutoProcessor.register(FaRLConfig, FaRLProcessor, exist_ok=True)
+
+    AutoConfig.register(PartFViTConfig.model_type, PartFViTConfig, exist_ok=True)
+    AutoModel.register(PartFViTConfig, PartFViTModel, exist_ok=True)
+    # identities are classes: there is no face-recognition Auto class
+    AutoModelForImageClassification.register(PartFViTConfig, PartFViTForFaceRecognition, exist_ok=True)
+    register_image_processor(PartFViTConfig, PartFViTImageProcessor, None)
 
     AutoConfig.register(SegFaceConfig.model_type, SegFaceConfig, exist_ok=True)
     AutoModelForSemanticSegmentation.register(SegFaceConfig, SegFaceForSemanticSegmentation, exist_ok=True)
