@@ -1,5 +1,3 @@
-import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from transformers import (
 from faceformers import FaRLConfig, FaRLForPreTraining, FaRLModel
 from faceformers.models.farl.modeling_farl import BlockMaskGenerator
 
+from ...common.golden import assert_matches_golden
 from ...common.model_tester import ModelTesterMixin
 
 
@@ -259,11 +258,4 @@ def _golden_outputs() -> dict[str, list[float]]:
 
 
 def test_golden_outputs_of_a_seeded_tiny_model():
-    """Guards refactors: a change here means the numerics changed. Regenerate with UPDATE_GOLDEN=1 only on purpose."""
-    actual = _golden_outputs()
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        GOLDEN_PATH.write_text(json.dumps(actual, indent=1) + "\n")
-    expected = json.loads(GOLDEN_PATH.read_text())
-    assert expected.keys() == actual.keys()
-    for key in expected:
-        torch.testing.assert_close(torch.tensor(actual[key]), torch.tensor(expected[key]), rtol=1e-4, atol=1e-5, msg=key)
+    assert_matches_golden(GOLDEN_PATH, _golden_outputs())
