@@ -79,11 +79,12 @@ class EvaluationArguments:
     eval_steps: int | None = field(default=None, metadata={"help": "Evaluate retrieval every N optimizer steps (and at the end)."})
     eval_num_samples: int = field(default=256, metadata={"help": "Synthetic evaluation pairs."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch."})
+    eval_pool_size: int = field(default=16, metadata={"help": "Pairs per pool of the pooled image->text top-1."})
 
     def __post_init__(self):
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ValueError(f"--eval_steps must be >= 1, got {self.eval_steps}.")
-        for name in ("eval_num_samples", "per_device_eval_batch_size"):
+        for name in ("eval_num_samples", "per_device_eval_batch_size", "eval_pool_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
 
@@ -128,9 +129,9 @@ def load_tokenizer(args: ModelArguments):
 
 
 @torch.no_grad()
-def evaluate_retrieval(model, eval_shards, transform, batch_size: int, device) -> dict[str, float]:
+def evaluate_retrieval(model, eval_shards, transform, batch_size: int, device, pool_size: int = 16) -> dict[str, float]:
     """Retrieval over all eval pairs, image->text R@1/5/10 and text->image R@1 (a hit = the same caption text), with
-    the recall a random ranking would get."""
+    the recall a random ranking would get, and top-1 accuracy inside pools of `pool_size` pairs."""
     model.eval()
     image_embeds, text_embeds, captions = [], [], []
     for batch in evaluation_batches(eval_shards, transform, batch_size):
@@ -153,7 +154,21 @@ def evaluate_retrieval(model, eval_shards, transform, batch_size: int, device) -
     for k in (1, 5, 10):
         scores[f"image_to_text_r{k}"] = matches[:, :k].any(1).float().mean().item()
         scores[f"chance_r{k}"] = chance_recall(same_caption.sum(1).tolist(), k)
+    scores.update(pool_accuracy(similarity, same_caption, pool_size))
     return {**scores, "num_pairs": len(captions)}
+
+
+def pool_accuracy(similarity: torch.Tensor, same_caption: torch.Tensor, pool_size: int) -> dict[str, float]:
+    """Image->text top-1 inside consecutive pools of `pool_size` pairs (a CLIP-batch-like task), and its chance."""
+    hits, chance, count = 0.0, 0.0, 0
+    for start in range(0, len(similarity) - pool_size + 1, pool_size):
+        pool = slice(start, start + pool_size)
+        same = same_caption[pool, pool]
+        rows = torch.arange(pool_size, device=similarity.device)
+        hits += same[rows, similarity[pool, pool].argmax(1)].float().sum().item()
+        chance += same.float().mean(1).sum().item()
+        count += pool_size
+    return {f"pool{pool_size}_top1": hits / max(count, 1), f"chance_pool{pool_size}_top1": chance / max(count, 1)}
 
 
 def chance_recall(num_true: list[int], k: int) -> float:
@@ -206,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def run_evaluation() -> dict[str, float]:
         scores = evaluate_retrieval(accelerator.unwrap_model(model), eval_shards, eval_transform,
-                                    eval_args.per_device_eval_batch_size, accelerator.device)  # fmt: skip
+                                    eval_args.per_device_eval_batch_size, accelerator.device, eval_args.eval_pool_size)  # fmt: skip
         logger.info("step %d  eval %s", step, "  ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         accelerator.log({f"eval/{k}": v for k, v in scores.items()}, step=step)
         return {"step": step, **scores}
