@@ -262,7 +262,15 @@ def build_batcher(
     )
     stream.check_workers(data_args.dataloader_num_workers)
     workers = data_args.dataloader_num_workers
-    loader = DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4 * batch_size if workers else None)
+    # The loader draws a base seed when iteration starts: from its own generator, so that it never consumes the
+    # global RNG (which a resume restores, and dropout then reads).
+    loader = DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4 * batch_size if workers else None,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return Batcher(loader, batch_size, start_position=position)
 
 
