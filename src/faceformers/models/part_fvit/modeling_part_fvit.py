@@ -317,6 +317,12 @@ class PartFViTAttention(nn.Module):
             weights = torch.softmax((query @ key.transpose(-2, -1)) * self.scaling, dim=-1, dtype=torch.float32)
             weights = weights.to(query.dtype)
             context = F.dropout(weights, p=dropout, training=self.training) @ value
+        elif query.device.type == "cpu" and query.dtype == torch.bfloat16:
+            # On CPU, torch's fused SDPA kernel is slower in bf16 than two matmuls and a softmax for these 197-token
+            # sequences (about 65 vs 38 ms per layer at batch 32, see benchmarks/README.md); same result to bf16
+            # rounding (the original computes it this way under CPU autocast too).
+            scores = (query @ key.transpose(-2, -1)) * self.scaling
+            context = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training) @ value
         else:
             context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=self.scaling)
         # (B, heads, L, head_dim) -> (B, L, heads * head_dim)
