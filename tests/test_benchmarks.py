@@ -63,3 +63,12 @@ def test_bench_train_scaling_tiny_smoke():
     scaling = load_script("benchmarks/bench_train.py").main(["--tiny", "--parts", "scaling"])["scaling"]
     assert scaling["images_per_second"]["1"] > 0 and scaling["images_per_second"]["2"] > 0
     assert scaling["efficiency"] > 0
+
+
+def test_bench_part_fvit_tiny_smoke(tmp_path):
+    """Ours alone (the authors' code is not in the repository): tiny ViT on 112 px, fp32 and bf16."""
+    argv = ["--tiny", "--threads", "1", "--json", str(tmp_path / "part_fvit.json")]
+    results = load_script("benchmarks/bench_part_fvit.py").main(argv)
+    assert [r.precision for r in results] == ["fp32", "bf16"]
+    assert all(r.ours_throughput > 0 and not r.reference_seconds for r in results)
+    assert (tmp_path / "part_fvit.json").exists()
