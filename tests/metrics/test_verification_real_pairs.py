@@ -32,7 +32,7 @@ import pytest
 from faceformers.metrics import tar_at_far, verification_accuracy
 
 
-DATA = Path("/work/shared/realdata/insightface_samples/arcface_paddle_small_lfw")
+DATA = Path(__file__).parents[2].parent / "shared" / "realdata" / "insightface_samples" / "arcface_paddle_small_lfw"
 pytestmark = pytest.mark.skipif(
     not (DATA / "pairs.csv").is_file(), reason=f"real LFW sample pairs not available ({DATA} with pairs.csv is missing)"
 )

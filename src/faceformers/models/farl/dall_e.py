@@ -370,6 +370,8 @@ def read_original_dall_e_encoder(path: str | Path) -> tuple[dict[str, torch.Tens
         logger.info("Read a plain state dict with %d tensors from %s", len(loaded), path)
         return dict(loaded), {}
 
+    # `weights_only=False` is safe here only because `pickle_module` is the restricted unpickler above: every global
+    # goes through its allow-list. torch's own weights-only loader cannot read the legacy (pre-1.6) format at all.
     with warnings.catch_warnings():
         # The legacy (pre-1.6) format stores module sources and compares them with the (stand-in) classes.
         warnings.filterwarnings("ignore", category=torch.serialization.SourceChangeWarning)
