@@ -458,10 +458,11 @@ class FaRLForPreTraining(FaRLPreTrainedModel):
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         # Loading replaces parameters with fresh ones (requires_grad=True): freeze the visual tokenizer again.
-        model = super().from_pretrained(*args, **kwargs)
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with output_loading_info
         if model.image_tokenizer is not None:
             model.image_tokenizer.requires_grad_(False)
-        return model
+        return loaded
 
     def train(self, mode: bool = True) -> FaRLForPreTraining:
         super().train(mode)

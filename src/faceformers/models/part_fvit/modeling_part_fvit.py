@@ -592,9 +592,10 @@ class PartFViTForFaceRecognition(PartFViTPreTrainedModel):
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         # Loading replaces parameters with fresh ones (requires_grad=True): freeze the reference again.
-        model = super().from_pretrained(*args, **kwargs)
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with output_loading_info
         model.freeze_fixed_parameters()
-        return model
+        return loaded
 
     def freeze_fixed_parameters(self) -> None:
         """The reference landmark CNN is never trained."""
