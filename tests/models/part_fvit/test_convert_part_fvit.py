@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceformers.models.part_fvit import PartFViTForFaceRecognition, PartFViTModel
+from faceformers.models.part_fvit import PartFViTForFaceRecognition, PartFViTImageProcessor, PartFViTModel
 from faceformers.models.part_fvit.convert_part_fvit_to_hf import convert_checkpoint, main
 
 
@@ -241,6 +241,8 @@ def test_released_checkpoint_reproduces_the_original(original, released, tmp_pat
         PATCH,
     )
     assert (tmp_path / "model.safetensors").exists()
+    processor = PartFViTImageProcessor.from_pretrained(tmp_path)
+    assert processor.size == {"height": IMAGE, "width": IMAGE}
     _assert_matches(model, original, torch.rand(3, 3, IMAGE, IMAGE) - 0.5)
 
 

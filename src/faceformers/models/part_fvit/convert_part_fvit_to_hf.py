@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from .configuration_part_fvit import PART_FVIT_LANDMARK_BLOCKS, PartFViTConfig
+from .image_processing_part_fvit import PartFViTImageProcessor
 from .modeling_part_fvit import PartFViTForFaceRecognition, PartFViTModel
 
 
@@ -393,7 +394,7 @@ def convert_checkpoint(
     head_dim: int = 64,
     config_overrides: dict[str, Any] | None = None,
 ) -> PartFViTModel | PartFViTForFaceRecognition:
-    """Convert, save, reload and verify. Returns the reloaded model (`PartFViTForFaceRecognition` with the classifier,
+    """Convert, save (safetensors + config + image processor), reload and verify. Returns the reloaded model (`PartFViTForFaceRecognition` with the classifier,
     `PartFViTModel` otherwise)."""
     original, layout, dropped = load_original_state_dict(checkpoint_path, branch)
     if dropped:
@@ -444,6 +445,8 @@ def convert_checkpoint(
 
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
+    size = config.image_size
+    PartFViTImageProcessor(size={"height": size, "width": size}).save_pretrained(output_dir)
     reloaded = type(model).from_pretrained(output_dir).eval()
     for (name, tensor), other in zip(model.state_dict().items(), reloaded.state_dict().values(), strict=True):
         if not torch.equal(tensor, other):
