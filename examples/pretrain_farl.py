@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         (output_dir / "eval_history.json").write_text(json.dumps(evaluations, indent=1))
         logger.info("Saved FaRLModel to %s and FaRLForPreTraining to %s.", output_dir, output_dir / "pretraining")
         if args.push_to_hub:
-            push_folder_to_hub(output_dir, args.hub_model_id, commit_message=f"FaRL pre-training, step {step}")
+            push_folder_to_hub(output_dir, args, commit_message=f"FaRL pre-training, step {step}")
     accelerator.end_training()
     return {"history": history, "evaluations": evaluations, "steps": step, "skipped": sum(batcher.skipped.values())}
 

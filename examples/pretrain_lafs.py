@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
         (output_dir / "metrics.json").write_text(json.dumps({**result, "loss_history": history}, indent=1))
         logger.info("Saved the teacher PartFViTModel + processor to %s, the student and DINO heads to %s.", output_dir, output_dir / "pretraining")
         if args.push_to_hub:
-            push_folder_to_hub(output_dir, args.hub_model_id, commit_message=f"LAFS pre-training, step {step}")
+            push_folder_to_hub(output_dir, args, commit_message=f"LAFS pre-training, step {step}")
     accelerator.end_training()
     return result
 

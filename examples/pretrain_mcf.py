@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         (output_dir / "loss_history.json").write_text(json.dumps(history))
         logger.info("Saved MCFModel to %s and MCFForPreTraining to %s.", output_dir, output_dir / "pretraining")
         if args.push_to_hub:
-            push_folder_to_hub(output_dir, args.hub_model_id, commit_message=f"MCF pre-training, step {step}")
+            push_folder_to_hub(output_dir, args, commit_message=f"MCF pre-training, step {step}")
     accelerator.end_training()
     return {"first_loss": history[0] if history else float("nan"), "last_loss": history[-1] if history else float("nan"), "steps": step, "skipped": sum(batcher.skipped.values())}
 

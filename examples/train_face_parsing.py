@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         logger.info("Saved the model, its processor and metrics.json to %s.", output_dir)
         if args.push_to_hub:
-            push_folder_to_hub(output_dir, args.hub_model_id, commit_message=f"Face parsing, step {step}")
+            push_folder_to_hub(output_dir, args, commit_message=f"Face parsing, step {step}")
     accelerator.end_training()
     return result
 

@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         logger.info("Saved PartFViTForFaceRecognition, its processor and metrics.json to %s.", output_dir)
         if args.push_to_hub:
-            push_folder_to_hub(output_dir, args.hub_model_id, commit_message=f"Part fViT face recognition, step {step}")
+            push_folder_to_hub(output_dir, args, commit_message=f"Part fViT face recognition, step {step}")
     accelerator.end_training()
     return result
 

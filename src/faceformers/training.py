@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +90,11 @@ class OptimizationArguments:
     checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep the last K checkpoints."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder or 'latest'."})
     report_to: str = field(default="none", metadata={"help": "Tracker: none or tensorboard."})
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
+    push_to_hub: bool = field(default=False, metadata={"help": "Publish the final folder (see faceformers-publish)."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository org/name for --push_to_hub."})
+    hub_revision: str | None = field(default=None, metadata={"help": "Branch to push to (default: main)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+    hub_model_card: str | None = field(default=None, metadata={"help": "Card source (.yaml) for the pushed model."})
     cpu: bool = field(default=False, metadata={"help": "Train on CPU even if an accelerator is present."})
 
     def __post_init__(self):
@@ -363,14 +367,21 @@ class Throughput:
         return rate
 
 
-def push_folder_to_hub(folder: str | Path, repo_id: str, commit_message: str) -> None:
-    """Create the model repository if needed and upload `folder` in one commit (the token comes from the environment
-    or the HF login)."""
-    from huggingface_hub import HfApi
+def push_folder_to_hub(folder: str | Path, args: OptimizationArguments, commit_message: str):
+    """`--push_to_hub`: publish the saved folder the way `faceformers-publish --pretrained_dir` does (card, checks,
+    safetensors and JSON/text only, one commit); the token comes from the environment or the HF login."""
+    from .publish import publish_pretrained
 
-    api = HfApi()
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.md"])
+    with tempfile.TemporaryDirectory() as staging:
+        return publish_pretrained(
+            folder,
+            args.hub_model_id,
+            Path(staging) / "publish",
+            card=args.hub_model_card,
+            revision=args.hub_revision,
+            private=args.hub_private_repo,
+            commit_message=commit_message,
+        )
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
