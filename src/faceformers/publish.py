@@ -174,6 +174,9 @@ def build_folder(
         raise ValueError(f"The output folder {output_dir} is not empty; give a new or empty folder.")
     output_dir.mkdir(parents=True, exist_ok=True)
     facts = load_card_facts(card) if card is not None else None
+    repo_id = repo_id or (facts["model_id"] if facts else None)
+    if repo_id is None:
+        raise ValueError("Give `repo_id` (org/name) for a folder without a card source.")
 
     if checkpoint is not None:
         if facts is None:
@@ -197,9 +200,6 @@ def build_folder(
     model_class = check_reloads(output_dir)
     if facts is not None and facts["model_class"] != model_class:
         raise ValueError(f"The card source describes a {facts['model_class']}, the folder holds a {model_class}.")
-    repo_id = repo_id or (facts["model_id"] if facts else None)
-    if repo_id is None:
-        raise ValueError("Give `repo_id` (org/name) for a folder without a card source.")
     model_card = render_model_card(facts, repo_id=repo_id) if facts else minimal_card(repo_id, model_class, model_type)
     model_card.save(output_dir / "README.md")
     if remote_code:
