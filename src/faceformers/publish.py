@@ -174,13 +174,13 @@ def build_folder(
         raise ValueError(f"The output folder {output_dir} is not empty; give a new or empty folder.")
     output_dir.mkdir(parents=True, exist_ok=True)
     facts = load_card_facts(card) if card is not None else None
+    if checkpoint is not None and facts is None:
+        raise ValueError("Converting an original checkpoint needs its card source (model_cards/ name or path).")
     repo_id = repo_id or (facts["model_id"] if facts else None)
     if repo_id is None:
         raise ValueError("Give `repo_id` (org/name) for a folder without a card source.")
 
     if checkpoint is not None:
-        if facts is None:
-            raise ValueError("Converting an original checkpoint needs its card source (model_cards/ name or path).")
         model_type = getattr(faceformers, facts["model_class"]).config_class.model_type
         arguments = {**(facts["original"].get("converter_arguments") or {}), **(converter_arguments or {})}
         CONVERTERS[model_type](Path(checkpoint), output_dir, **arguments)
